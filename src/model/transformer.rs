@@ -1,0 +1,165 @@
+//! The pre-LayerNorm transformer layer both CLIP towers are made of, with the attention of a layer as
+//! one choice among several ([`Mixing`]).
+
+use candle_core::{DType, Device, Module, Result, Tensor, D};
+use candle_nn::{layer_norm, linear, LayerNorm, Linear, VarBuilder};
+use serde::Deserialize;
+
+use crate::model::config::EncoderShape;
+
+/// `hidden_act` of a CLIP config.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum Activation {
+    /// `x · σ(1.702 x)`, what OpenAI's CLIP was trained with.
+    #[serde(rename = "quick_gelu")]
+    QuickGelu,
+    /// The exact, erf-based GELU.
+    #[serde(rename = "gelu")]
+    Gelu,
+    #[serde(alias = "gelu_new", alias = "gelu_pytorch_tanh", rename = "gelu_tanh")]
+    GeluTanh,
+}
+
+impl Module for Activation {
+    fn forward(&self, xs: &Tensor) -> Result<Tensor> {
+        match self {
+            Self::QuickGelu => xs * candle_nn::ops::sigmoid(&(xs * 1.702)?)?,
+            Self::Gelu => xs.gelu_erf(),
+            Self::GeluTanh => xs.gelu(),
+        }
+    }
+}
+
+/// How the tokens of one layer are mixed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mixing {
+    /// `softmax(q·kᵀ·s)`, every token sees every token: CLIP's own vision attention.
+    Full,
+    /// `softmax(q·kᵀ·s)` where a token sees only itself and earlier tokens: the text tower.
+    Causal,
+    /// SCLIP's correlative self-attention, `softmax(q·qᵀ·s) + softmax(k·kᵀ·s)`. The two maps are
+    /// summed, not averaged, exactly as SCLIP does: each row sums to 2.
+    Correlative,
+}
+
+#[derive(Debug, Clone)]
+pub struct Attention {
+    q_proj: Linear,
+    k_proj: Linear,
+    v_proj: Linear,
+    out_proj: Linear,
+    num_heads: usize,
+    scale: f64,
+}
+
+impl Attention {
+    pub fn new(vb: VarBuilder, shape: &EncoderShape) -> Result<Self> {
+        let d = shape.hidden_size;
+        Ok(Self {
+            q_proj: linear(d, d, vb.pp("q_proj"))?,
+            k_proj: linear(d, d, vb.pp("k_proj"))?,
+            v_proj: linear(d, d, vb.pp("v_proj"))?,
+            out_proj: linear(d, d, vb.pp("out_proj"))?,
+            num_heads: shape.num_attention_heads,
+            scale: (shape.head_dim() as f64).powf(-0.5),
+        })
+    }
+
+    /// `(batch, tokens, width)` → `(batch, heads, tokens, head_dim)`, contiguous for the matmuls.
+    fn split_heads(&self, xs: &Tensor) -> Result<Tensor> {
+        let (b, t, d) = xs.dims3()?;
+        xs.reshape((b, t, self.num_heads, d / self.num_heads))?.transpose(1, 2)?.contiguous()
+    }
+
+    fn affinity(&self, a: &Tensor, b: &Tensor) -> Result<Tensor> {
+        a.matmul(&b.t()?)? * self.scale
+    }
+
+    pub fn forward(&self, xs: &Tensor, mixing: Mixing) -> Result<Tensor> {
+        let (b, t, d) = xs.dims3()?;
+        let q = self.split_heads(&xs.apply(&self.q_proj)?)?;
+        let k = self.split_heads(&xs.apply(&self.k_proj)?)?;
+        let v = self.split_heads(&xs.apply(&self.v_proj)?)?;
+        let weights = match mixing {
+            Mixing::Full => candle_nn::ops::softmax_last_dim(&self.affinity(&q, &k)?)?,
+            Mixing::Causal => {
+                let mask = causal_mask(t, xs.dtype(), xs.device())?;
+                candle_nn::ops::softmax_last_dim(&self.affinity(&q, &k)?.broadcast_add(&mask)?)?
+            }
+            Mixing::Correlative => {
+                let by_queries = candle_nn::ops::softmax_last_dim(&self.affinity(&q, &q)?)?;
+                let by_keys = candle_nn::ops::softmax_last_dim(&self.affinity(&k, &k)?)?;
+                (by_queries + by_keys)?
+            }
+        };
+        weights.matmul(&v)?.transpose(1, 2)?.reshape((b, t, d))?.apply(&self.out_proj)
+    }
+}
+
+/// `(t, t)` additive mask: 0 on and below the diagonal, −∞ above it.
+fn causal_mask(t: usize, dtype: DType, device: &Device) -> Result<Tensor> {
+    let mask: Vec<f32> = (0..t)
+        .flat_map(|i| (0..t).map(move |j| if j > i { f32::NEG_INFINITY } else { 0.0 }))
+        .collect();
+    Tensor::from_vec(mask, (t, t), device)?.to_dtype(dtype)
+}
+
+#[derive(Debug, Clone)]
+struct Mlp {
+    fc1: Linear,
+    fc2: Linear,
+    activation: Activation,
+}
+
+impl Mlp {
+    fn new(vb: VarBuilder, shape: &EncoderShape) -> Result<Self> {
+        Ok(Self {
+            fc1: linear(shape.hidden_size, shape.intermediate_size, vb.pp("fc1"))?,
+            fc2: linear(shape.intermediate_size, shape.hidden_size, vb.pp("fc2"))?,
+            activation: shape.hidden_act,
+        })
+    }
+}
+
+impl Module for Mlp {
+    fn forward(&self, xs: &Tensor) -> Result<Tensor> {
+        xs.apply(&self.fc1)?.apply(&self.activation)?.apply(&self.fc2)
+    }
+}
+
+/// `x + attn(ln_1(x))`, then `x + mlp(ln_2(x))`.
+#[derive(Debug, Clone)]
+pub struct EncoderLayer {
+    self_attn: Attention,
+    layer_norm1: LayerNorm,
+    mlp: Mlp,
+    layer_norm2: LayerNorm,
+}
+
+impl EncoderLayer {
+    pub fn new(vb: VarBuilder, shape: &EncoderShape) -> Result<Self> {
+        let (d, eps) = (shape.hidden_size, shape.layer_norm_eps);
+        Ok(Self {
+            self_attn: Attention::new(vb.pp("self_attn"), shape)?,
+            layer_norm1: layer_norm(d, eps, vb.pp("layer_norm1"))?,
+            mlp: Mlp::new(vb.pp("mlp"), shape)?,
+            layer_norm2: layer_norm(d, eps, vb.pp("layer_norm2"))?,
+        })
+    }
+
+    pub fn forward(&self, xs: &Tensor, mixing: Mixing) -> Result<Tensor> {
+        let xs = (xs + self.self_attn.forward(&xs.apply(&self.layer_norm1)?, mixing)?)?;
+        &xs + xs.apply(&self.layer_norm2)?.apply(&self.mlp)?
+    }
+}
+
+/// `encoder.layers.{i}` of a tower.
+pub fn encoder_layers(vb: VarBuilder, shape: &EncoderShape) -> Result<Vec<EncoderLayer>> {
+    let vb = vb.pp("layers");
+    (0..shape.num_hidden_layers).map(|i| EncoderLayer::new(vb.pp(i), shape)).collect()
+}
+
+/// Divides each row (the last dimension) by its L2 norm.
+pub fn l2_normalize(xs: &Tensor) -> Result<Tensor> {
+    xs.broadcast_div(&xs.sqr()?.sum_keepdim(D::Minus1)?.sqrt()?)
+}
