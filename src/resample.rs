@@ -19,8 +19,8 @@ pub(crate) fn linear_taps(in_len: usize, out_len: usize) -> Vec<LinearTap> {
             let src = ((i as f64 + 0.5) * scale - 0.5).max(0.0);
             let i0 = (src.floor() as usize).min(in_len - 1);
             let i1 = (i0 + 1).min(in_len - 1);
-            let w1 = if i1 == i0 { 0.0 } else { (src - i0 as f64) as f32 };
-            LinearTap { i0, i1, w0: 1.0 - w1, w1 }
+            let frac = if i1 == i0 { 0.0 } else { src - i0 as f64 };
+            LinearTap { i0, i1, w0: (1.0 - frac) as f32, w1: frac as f32 }
         })
         .collect()
 }
