@@ -26,7 +26,9 @@ pub fn read_rgb(path: &Path, max_pixels: u64) -> Result<RgbImage> {
         return Err(fail(format!("image is empty ({width}×{height})")));
     }
     if pixels > max_pixels {
-        return Err(fail(format!("{width}×{height} is {pixels} pixels, over the limit of {max_pixels} (see --max-pixels)")));
+        return Err(fail(format!(
+            "{width}×{height} is {pixels} pixels, over the limit of {max_pixels} (see --max-pixels)"
+        )));
     }
     let orientation = decoder.orientation().map_err(|e| fail(e.to_string()))?;
     let mut image = image::DynamicImage::from_decoder(decoder).map_err(|e| fail(e.to_string()))?;

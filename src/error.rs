@@ -36,7 +36,9 @@ pub enum Error {
     #[error("{repo}: no answer from the hub after {seconds} s while fetching {file}; pass a local model directory, or use --offline with a filled cache")]
     HubTimeout { repo: String, file: String, seconds: u64 },
 
-    #[error("{repo}: could not fetch {file}: {reason}; pass a local model directory, or use --offline with a filled cache")]
+    #[error(
+        "{repo}: could not fetch {file}: {reason}; pass a local model directory, or use --offline with a filled cache"
+    )]
     Hub { repo: String, file: String, reason: String },
 
     #[error("{}: invalid tokenizer: {reason}", path.display())]

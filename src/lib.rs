@@ -23,6 +23,8 @@
 pub mod decode;
 pub mod error;
 pub mod model;
+pub mod presets;
+pub mod render;
 mod resample;
 pub mod segment;
 pub mod text;

@@ -9,7 +9,9 @@ use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, IndexOp, Tensor};
 use sclip::segment::{normalize, rescaled_size, resize_rgb};
-use sclip::{ClassEmbeddings, Clip, DenseAttention, ModelFiles, SegmentOptions, Segmenter, Slide, Templates, Vocabulary};
+use sclip::{
+    ClassEmbeddings, Clip, DenseAttention, ModelFiles, SegmentOptions, Segmenter, Slide, Templates, Vocabulary,
+};
 use serde_json::Value;
 
 const TOLERANCE: f32 = 1e-4;
@@ -67,10 +69,7 @@ fn the_real_clip_tokenizer_gives_openai_ids() {
         let expected: Vec<u32> = case["ids"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as u32).collect();
         assert_eq!(tokenizer.encode(text).unwrap(), expected, "{text:?}");
     }
-    assert_eq!(
-        tokenizer.encode("a photo of a flamingo.").unwrap(),
-        [49406, 320, 1125, 539, 320, 30323, 269, 49407]
-    );
+    assert_eq!(tokenizer.encode("a photo of a flamingo.").unwrap(), [49406, 320, 1125, 539, 320, 30323, 269, 49407]);
 }
 
 #[test]
@@ -113,7 +112,8 @@ fn resized_images_and_dense_crop_features_match_the_reference() {
         let reference = expected["resized"].flatten_all().unwrap().to_vec1::<u8>().unwrap();
         assert_eq!(resized.as_raw(), &reference, "{}: resized pixels differ", case["file"]);
 
-        let window: Vec<usize> = case["window"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as usize).collect();
+        let window: Vec<usize> =
+            case["window"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as usize).collect();
         let pixels = normalize(&resized, &Device::Cpu).unwrap();
         let crop = pixels.i((.., window[0]..window[2], window[1]..window[3])).unwrap().unsqueeze(0).unwrap();
         let features = clip.dense_image_features(&crop, DenseAttention::Csa).unwrap().squeeze(0).unwrap();

@@ -162,10 +162,9 @@ mod tests {
 
     #[test]
     fn missing_fields_take_transformers_defaults() {
-        let cfg: ClipConfig = serde_json::from_str(
-            r#"{"vision_config": {"patch_size": 16}, "text_config": {"hidden_act": "gelu"}}"#,
-        )
-        .unwrap();
+        let cfg: ClipConfig =
+            serde_json::from_str(r#"{"vision_config": {"patch_size": 16}, "text_config": {"hidden_act": "gelu"}}"#)
+                .unwrap();
         assert_eq!(cfg.projection_dim, 512);
         assert_eq!(cfg.vision_config.grid_size(), 14);
         assert_eq!(cfg.vision_config.encoder().head_dim(), 64);

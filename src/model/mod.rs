@@ -42,7 +42,8 @@ impl Clip {
         let weights_err = |e| Error::from_weights(&files.weights, e);
         // SAFETY: the file is mapped read-only; like every mmap loader we rely on nobody truncating a
         // checkpoint while it is in use.
-        let vb = unsafe { VarBuilder::from_mmaped_safetensors(&[&files.weights], dtype, device) }.map_err(weights_err)?;
+        let vb =
+            unsafe { VarBuilder::from_mmaped_safetensors(&[&files.weights], dtype, device) }.map_err(weights_err)?;
         let vision = VisionTower::new(vb.clone(), &config.vision_config, config.projection_dim).map_err(weights_err)?;
         let text = TextTower::new(vb, &config.text_config, config.projection_dim).map_err(weights_err)?;
         Ok(Self { config, vision, text, tokenizer, identity: files.identity.clone(), device: device.clone(), dtype })

@@ -134,11 +134,9 @@ fn fetch_from_hub(repo_id: &str, revision: &str, fetch: &FetchOptions) -> Result
             });
         }
         download(&repo, file, fetch).map_err(|err| match err {
-            DownloadError::Stalled => Error::HubTimeout {
-                repo: repo_id.into(),
-                file: file.into(),
-                seconds: fetch.stall_timeout.as_secs(),
-            },
+            DownloadError::Stalled => {
+                Error::HubTimeout { repo: repo_id.into(), file: file.into(), seconds: fetch.stall_timeout.as_secs() }
+            }
             DownloadError::Api(err) if file == WEIGHTS && is_not_found(&err) => Error::HubNoSafetensors {
                 repo: repo_id.into(),
                 revision: revision.into(),

@@ -42,9 +42,7 @@ impl TextTower {
     /// CLIP computes for the same prompts padded to 77 tokens.
     pub fn forward(&self, ids: &Tensor) -> Result<Tensor> {
         let (_, len) = ids.dims2()?;
-        let mut xs = ids
-            .apply(&self.token_embedding)?
-            .broadcast_add(&self.position_embedding.narrow(0, 0, len)?)?;
+        let mut xs = ids.apply(&self.token_embedding)?.broadcast_add(&self.position_embedding.narrow(0, 0, len)?)?;
         for layer in &self.layers {
             xs = layer.forward(&xs, Mixing::Causal)?;
         }

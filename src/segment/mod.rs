@@ -151,7 +151,14 @@ impl<'a> Segmenter<'a> {
             area_threshold: self.options.area_threshold,
         };
         let (width, height) = image.dimensions();
-        let maps = decide(&logits, &self.query_class, self.classes.vocabulary.len(), height as usize, width as usize, decision);
+        let maps = decide(
+            &logits,
+            &self.query_class,
+            self.classes.vocabulary.len(),
+            height as usize,
+            width as usize,
+            decision,
+        );
         Ok(Segmentation { width, height, probs: maps.probs, labels: maps.labels })
     }
 

@@ -30,7 +30,14 @@ pub struct ClassMaps {
 
 /// Bilinear upsampling to `out_h × out_w`, softmax over all queries (synonyms compete), max over each
 /// class's synonyms (a class without queries has probability 0), then the thresholds.
-pub fn decide(logits: &Logits, query_class: &[usize], classes: usize, out_h: usize, out_w: usize, d: Decision) -> ClassMaps {
+pub fn decide(
+    logits: &Logits,
+    query_class: &[usize],
+    classes: usize,
+    out_h: usize,
+    out_w: usize,
+    d: Decision,
+) -> ClassMaps {
     let plane = logits.h * logits.w;
     let rows = linear_taps(logits.h, out_h);
     let cols = linear_taps(logits.w, out_w);
@@ -133,7 +140,8 @@ mod tests {
             5.0, 5.0, 5.0, 0.0, // class 1
             0.0, 0.0, 0.0, 5.0, // class 2
         ];
-        let keep = decide(&logits(data.clone(), 3), &[0, 1, 2], 3, 1, 4, Decision { area_threshold: Some(0.2), ..PLAIN });
+        let keep =
+            decide(&logits(data.clone(), 3), &[0, 1, 2], 3, 1, 4, Decision { area_threshold: Some(0.2), ..PLAIN });
         assert_eq!(keep.labels, [1, 1, 1, 2]);
         let drop = decide(&logits(data, 3), &[0, 1, 2], 3, 1, 4, Decision { area_threshold: Some(0.25), ..PLAIN });
         assert_eq!(drop.labels, [1, 1, 1, 0]);

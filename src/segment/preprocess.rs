@@ -43,7 +43,9 @@ pub fn resize_rgb(image: &RgbImage, width: u32, height: u32) -> RgbImage {
     let mut out = Vec::with_capacity(out_h * out_w * 3);
     for r in &rows {
         let (top, bottom) = (&across[r.i0 * out_w * 3..][..out_w * 3], &across[r.i1 * out_w * 3..][..out_w * 3]);
-        out.extend(top.iter().zip(bottom).map(|(t, b)| (r.w0 * t + r.w1 * b).round_ties_even().clamp(0.0, 255.0) as u8));
+        out.extend(
+            top.iter().zip(bottom).map(|(t, b)| (r.w0 * t + r.w1 * b).round_ties_even().clamp(0.0, 255.0) as u8),
+        );
     }
     RgbImage::from_raw(width, height, out).expect("the buffer has width × height × 3 bytes")
 }

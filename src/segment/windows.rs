@@ -16,9 +16,7 @@ pub fn sliding_windows(h: usize, w: usize, crop: usize, stride: usize) -> Vec<Wi
         (0..count).map(|i| (i * stride + crop).min(len).saturating_sub(crop)).collect()
     };
     let (ys, xs) = (starts(h), starts(w));
-    ys.iter()
-        .flat_map(|&y| xs.iter().map(move |&x| Window { y, x, h: crop.min(h), w: crop.min(w) }))
-        .collect()
+    ys.iter().flat_map(|&y| xs.iter().map(move |&x| Window { y, x, h: crop.min(h), w: crop.min(w) })).collect()
 }
 
 #[cfg(test)]

@@ -24,7 +24,8 @@ impl Templates {
 
     /// One template per line; blank lines are skipped, and every other line must hold `{}` once.
     pub fn parse(text: &str) -> Result<Self> {
-        let templates: Vec<String> = text.lines().map(str::trim_end).filter(|l| !l.trim().is_empty()).map(String::from).collect();
+        let templates: Vec<String> =
+            text.lines().map(str::trim_end).filter(|l| !l.trim().is_empty()).map(String::from).collect();
         if templates.is_empty() {
             return Err(Error::Templates("no templates".into()));
         }

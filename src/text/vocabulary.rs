@@ -107,7 +107,10 @@ mod tests {
     #[test]
     fn commas_separate_classes_and_semicolons_synonyms() {
         let v = Vocabulary::parse_labels(" person;man ; woman,dog ").unwrap();
-        assert_eq!(v.classes()[0], Class { name: "person".into(), queries: vec!["person".into(), "man".into(), "woman".into()] });
+        assert_eq!(
+            v.classes()[0],
+            Class { name: "person".into(), queries: vec!["person".into(), "man".into(), "woman".into()] }
+        );
         assert_eq!(v.classes()[1].name, "dog");
         assert_eq!(v.queries().collect::<Vec<_>>(), [(0, "person"), (0, "man"), (0, "woman"), (1, "dog")]);
     }
