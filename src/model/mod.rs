@@ -44,9 +44,20 @@ impl Clip {
         // checkpoint while it is in use.
         let vb =
             unsafe { VarBuilder::from_mmaped_safetensors(&[&files.weights], dtype, device) }.map_err(weights_err)?;
-        let vision = VisionTower::new(vb.clone(), &config.vision_config, config.projection_dim).map_err(weights_err)?;
-        let text = TextTower::new(vb, &config.text_config, config.projection_dim).map_err(weights_err)?;
-        Ok(Self { config, vision, text, tokenizer, identity: files.identity.clone(), device: device.clone(), dtype })
+        Self::new(vb, config, tokenizer, files.identity.clone()).map_err(weights_err)
+    }
+
+    /// Builds the model from any source of weights named as in a `CLIPModel` checkpoint.
+    pub fn new(
+        vb: VarBuilder,
+        config: ClipConfig,
+        tokenizer: PromptTokenizer,
+        identity: String,
+    ) -> candle_core::Result<Self> {
+        let (device, dtype) = (vb.device().clone(), vb.dtype());
+        let vision = VisionTower::new(vb.clone(), &config.vision_config, config.projection_dim)?;
+        let text = TextTower::new(vb, &config.text_config, config.projection_dim)?;
+        Ok(Self { config, vision, text, tokenizer, identity, device, dtype })
     }
 
     pub fn device(&self) -> &Device {

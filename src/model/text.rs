@@ -4,7 +4,7 @@ use candle_core::{Result, Tensor};
 use candle_nn::{embedding, layer_norm, linear_no_bias, Embedding, LayerNorm, Linear, VarBuilder};
 
 use crate::model::config::TextConfig;
-use crate::model::transformer::{encoder_layers, EncoderLayer, Mixing};
+use crate::model::transformer::{encoder_layers, EncoderLayer, KeyValues};
 
 #[derive(Debug, Clone)]
 pub struct TextTower {
@@ -41,11 +41,35 @@ impl TextTower {
     /// Batching prompts of one length needs no padding at all; because the tower is causal, this is what
     /// CLIP computes for the same prompts padded to 77 tokens.
     pub fn forward(&self, ids: &Tensor) -> Result<Tensor> {
+        self.forward_after(ids, None)
+    }
+
+    /// Runs `ids` as the first tokens of their prompts and keeps each layer's keys and values, so that
+    /// the rest of the prompts can be run later with [`TextTower::forward_after`].
+    pub fn prefix(&self, ids: &Tensor) -> Result<Vec<KeyValues>> {
+        Ok(self.run(ids, None)?.1)
+    }
+
+    /// Like [`TextTower::forward`] for prompts whose first tokens ran already as `prefix` (one row per
+    /// prompt): the result is that of the whole prompts, without recomputing the shared part.
+    pub fn forward_after(&self, ids: &Tensor, prefix: Option<&[KeyValues]>) -> Result<Tensor> {
+        let hidden = self.run(ids, prefix)?.0;
+        let len = hidden.dim(1)?;
+        // LayerNorm works per token: normalising only the pooled one gives the same result.
+        hidden.narrow(1, len - 1, 1)?.squeeze(1)?.apply(&self.final_layer_norm)?.apply(&self.text_projection)
+    }
+
+    fn run(&self, ids: &Tensor, prefix: Option<&[KeyValues]>) -> Result<(Tensor, Vec<KeyValues>)> {
         let (_, len) = ids.dims2()?;
-        let mut xs = ids.apply(&self.token_embedding)?.broadcast_add(&self.position_embedding.narrow(0, 0, len)?)?;
-        for layer in &self.layers {
-            xs = layer.forward(&xs, Mixing::Causal)?;
+        let offset = prefix.map_or(Ok(0), |layers| layers[0].keys.dim(2))?;
+        let mut xs =
+            ids.apply(&self.token_embedding)?.broadcast_add(&self.position_embedding.narrow(0, offset, len)?)?;
+        let mut key_values = Vec::with_capacity(self.layers.len());
+        for (i, layer) in self.layers.iter().enumerate() {
+            let (out, own) = layer.forward_causal(&xs, prefix.map(|layers| &layers[i]))?;
+            xs = out;
+            key_values.push(own);
         }
-        xs.narrow(1, len - 1, 1)?.squeeze(1)?.apply(&self.final_layer_norm)?.apply(&self.text_projection)
+        Ok((xs, key_values))
     }
 }

@@ -35,8 +35,6 @@ impl Module for Activation {
 pub enum Mixing {
     /// `softmax(q·kᵀ·s)`, every token sees every token: CLIP's own vision attention.
     Full,
-    /// `softmax(q·kᵀ·s)` where a token sees only itself and earlier tokens: the text tower.
-    Causal,
     /// SCLIP's correlative self-attention, `softmax(q·qᵀ·s) + softmax(k·kᵀ·s)`. The two maps are
     /// summed, not averaged, exactly as SCLIP does: each row sums to 2.
     Correlative,
@@ -75,32 +73,66 @@ impl Attention {
         a.matmul(&b.t()?)? * self.scale
     }
 
+    /// `(batch, heads, tokens, head_dim)` attention output → `(batch, tokens, width)`, projected.
+    fn merge_heads(&self, xs: &Tensor) -> Result<Tensor> {
+        let (b, h, t, hd) = xs.dims4()?;
+        xs.transpose(1, 2)?.reshape((b, t, h * hd))?.apply(&self.out_proj)
+    }
+
     pub fn forward(&self, xs: &Tensor, mixing: Mixing) -> Result<Tensor> {
-        let (b, t, d) = xs.dims3()?;
         let q = self.split_heads(&xs.apply(&self.q_proj)?)?;
         let k = self.split_heads(&xs.apply(&self.k_proj)?)?;
         let v = self.split_heads(&xs.apply(&self.v_proj)?)?;
         let weights = match mixing {
             Mixing::Full => candle_nn::ops::softmax_last_dim(&self.affinity(&q, &k)?)?,
-            Mixing::Causal => {
-                let mask = causal_mask(t, xs.dtype(), xs.device())?;
-                candle_nn::ops::softmax_last_dim(&self.affinity(&q, &k)?.broadcast_add(&mask)?)?
-            }
             Mixing::Correlative => {
                 let by_queries = candle_nn::ops::softmax_last_dim(&self.affinity(&q, &q)?)?;
                 let by_keys = candle_nn::ops::softmax_last_dim(&self.affinity(&k, &k)?)?;
                 (by_queries + by_keys)?
             }
         };
-        weights.matmul(&v)?.transpose(1, 2)?.reshape((b, t, d))?.apply(&self.out_proj)
+        self.merge_heads(&weights.matmul(&v)?)
+    }
+
+    /// Causal attention of `xs` over the keys and values of `past` tokens followed by its own: a token
+    /// sees every past token, itself and the tokens before it. Returns the output and `xs`'s own keys
+    /// and values, which later tokens can attend to.
+    pub fn forward_causal(&self, xs: &Tensor, past: Option<&KeyValues>) -> Result<(Tensor, KeyValues)> {
+        let q = self.split_heads(&xs.apply(&self.q_proj)?)?;
+        let own = KeyValues {
+            keys: self.split_heads(&xs.apply(&self.k_proj)?)?,
+            values: self.split_heads(&xs.apply(&self.v_proj)?)?,
+        };
+        let (keys, values) = match past {
+            Some(past) => (Tensor::cat(&[&past.keys, &own.keys], 2)?, Tensor::cat(&[&past.values, &own.values], 2)?),
+            None => (own.keys.clone(), own.values.clone()),
+        };
+        let (t, seen) = (q.dim(2)?, keys.dim(2)?);
+        let mask = causal_mask(t, seen - t, xs.dtype(), xs.device())?;
+        let weights = candle_nn::ops::softmax_last_dim(&self.affinity(&q, &keys)?.broadcast_add(&mask)?)?;
+        Ok((self.merge_heads(&weights.matmul(&values)?)?, own))
     }
 }
 
-/// `(t, t)` additive mask: 0 on and below the diagonal, −∞ above it.
-fn causal_mask(t: usize, dtype: DType, device: &Device) -> Result<Tensor> {
+/// The keys and values of a run of tokens, `(batch, heads, tokens, head_dim)` each.
+#[derive(Debug, Clone)]
+pub struct KeyValues {
+    pub keys: Tensor,
+    pub values: Tensor,
+}
+
+impl KeyValues {
+    /// The rows `index` of the batch.
+    pub fn select(&self, index: &Tensor) -> Result<Self> {
+        Ok(Self { keys: self.keys.index_select(index, 0)?, values: self.values.index_select(index, 0)? })
+    }
+}
+
+/// `(t, past + t)` additive mask: token `i` sees the `past` tokens and tokens `0..=i`; −∞ elsewhere.
+fn causal_mask(t: usize, past: usize, dtype: DType, device: &Device) -> Result<Tensor> {
     let mask: Vec<f32> =
-        (0..t).flat_map(|i| (0..t).map(move |j| if j > i { f32::NEG_INFINITY } else { 0.0 })).collect();
-    Tensor::from_vec(mask, (t, t), device)?.to_dtype(dtype)
+        (0..t).flat_map(|i| (0..past + t).map(move |j| if j > past + i { f32::NEG_INFINITY } else { 0.0 })).collect();
+    Tensor::from_vec(mask, (t, past + t), device)?.to_dtype(dtype)
 }
 
 #[derive(Debug, Clone)]
@@ -147,7 +179,16 @@ impl EncoderLayer {
     }
 
     pub fn forward(&self, xs: &Tensor, mixing: Mixing) -> Result<Tensor> {
-        let xs = (xs + self.self_attn.forward(&xs.apply(&self.layer_norm1)?, mixing)?)?;
+        self.feed_forward((xs + self.self_attn.forward(&xs.apply(&self.layer_norm1)?, mixing)?)?)
+    }
+
+    /// The layer in a causal stack; see [`Attention::forward_causal`].
+    pub fn forward_causal(&self, xs: &Tensor, past: Option<&KeyValues>) -> Result<(Tensor, KeyValues)> {
+        let (attended, own) = self.self_attn.forward_causal(&xs.apply(&self.layer_norm1)?, past)?;
+        Ok((self.feed_forward((xs + attended)?)?, own))
+    }
+
+    fn feed_forward(&self, xs: Tensor) -> Result<Tensor> {
         &xs + xs.apply(&self.layer_norm2)?.apply(&self.mlp)?
     }
 }

@@ -63,8 +63,8 @@ pub fn embed_queries(clip: &Clip, names: &[&str], templates: &Templates) -> Resu
         return Ok(Tensor::zeros((0, clip.config.projection_dim), DType::F32, clip.device())?);
     }
     let prompts = tokenize_prompts(clip, names, templates)?;
-    let features = embed_prompts(clip, &prompts)?;
     let per_name = templates.as_slice().len();
+    let features = embed_by_template(clip, &prompts, per_name)?;
     let dim = features.dim(1)?;
     let mean = l2_normalize(&features)?.reshape((names.len(), per_name, dim))?.mean(1)?;
     Ok(l2_normalize(&mean)?)
@@ -73,25 +73,84 @@ pub fn embed_queries(clip: &Clip, names: &[&str], templates: &Templates) -> Resu
 /// Projected text features `(prompts, proj)` f32, raw (not normalised), in the order given. Prompts are
 /// grouped by token count so that no batch needs padding.
 pub fn embed_prompts(clip: &Clip, prompts: &[Vec<u32>]) -> Result<Tensor> {
-    let device = clip.device();
+    run_grouped(
+        clip,
+        prompts.len(),
+        |i| prompts[i].len(),
+        |&len, members| {
+            let ids: Vec<u32> = members.iter().flat_map(|&i| prompts[i].iter().copied()).collect();
+            clip.text.forward(&Tensor::from_vec(ids, (members.len(), len), clip.device())?)
+        },
+    )
+}
+
+/// [`embed_prompts`] for name-major prompts, `templates` per name: prompt `n·templates + t` is name `n`
+/// in template `t`. All prompts of a template start with the same tokens (the words before the name),
+/// and the text tower is causal, so those tokens run once per template and every name's prompt
+/// attends to their keys and values: the same result for a fraction of the work.
+fn embed_by_template(clip: &Clip, prompts: &[Vec<u32>], templates: usize) -> Result<Tensor> {
+    // How many leading tokens each template shares; every prompt keeps at least its last token.
+    let shared: Vec<usize> = (0..templates)
+        .map(|t| {
+            let mut members = prompts.iter().skip(t).step_by(templates);
+            let first = members.next().expect("every template has a prompt per name");
+            members.fold(first.len() - 1, |len, ids| {
+                first.iter().zip(ids).take(len.min(ids.len() - 1)).take_while(|(a, b)| a == b).count()
+            })
+        })
+        .collect();
+    // Run the shared prefixes, batched by length; remember where each template's row is.
     let mut by_length: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
-    for (i, ids) in prompts.iter().enumerate() {
-        by_length.entry(ids.len()).or_default().push(i);
+    for (t, &len) in shared.iter().enumerate() {
+        by_length.entry(len).or_default().push(t);
     }
-    let mut rows: Vec<Option<Tensor>> = vec![None; prompts.len()];
-    for (len, members) in by_length {
-        for chunk in members.chunks(PROMPT_BATCH) {
-            let ids: Vec<u32> = chunk.iter().flat_map(|&i| prompts[i].iter().copied()).collect();
-            let ids = Tensor::from_vec(ids, (chunk.len(), len), device)?;
-            let features = clip.text.forward(&ids)?.to_dtype(DType::F32)?;
-            for (row, &i) in chunk.iter().enumerate() {
-                rows[i] = Some(features.get(row)?);
-            }
+    let mut prefix_row = vec![0u32; templates];
+    let mut prefixes = BTreeMap::new();
+    for (&len, members) in &by_length {
+        let ids: Vec<u32> = members.iter().flat_map(|&t| prompts[t][..len].iter().copied()).collect();
+        prefixes.insert(len, clip.text.prefix(&Tensor::from_vec(ids, (members.len(), len), clip.device())?)?);
+        for (row, &t) in members.iter().enumerate() {
+            prefix_row[t] = row as u32;
         }
     }
-    if rows.is_empty() {
-        return Ok(Tensor::zeros((0, clip.config.projection_dim), DType::F32, device)?);
+    let key = |i: usize| (shared[i % templates], prompts[i].len() - shared[i % templates]);
+    run_grouped(clip, prompts.len(), key, |&(len, rest), members| {
+        let ids: Vec<u32> = members.iter().flat_map(|&i| prompts[i][len..].iter().copied()).collect();
+        let rows: Vec<u32> = members.iter().map(|&i| prefix_row[i % templates]).collect();
+        let rows = Tensor::from_vec(rows, members.len(), clip.device())?;
+        let past = prefixes[&len].iter().map(|layer| layer.select(&rows)).collect::<candle_core::Result<Vec<_>>>()?;
+        clip.text.forward_after(&Tensor::from_vec(ids, (members.len(), rest), clip.device())?, Some(&past))
+    })
+}
+
+/// Runs items `0..count` through `run` in batches of equal `key` (at most [`PROMPT_BATCH`] each) and
+/// returns the `(count, proj)` f32 features in item order.
+fn run_grouped<K: Ord>(
+    clip: &Clip,
+    count: usize,
+    key: impl Fn(usize) -> K,
+    mut run: impl FnMut(&K, &[usize]) -> candle_core::Result<Tensor>,
+) -> Result<Tensor> {
+    if count == 0 {
+        return Ok(Tensor::zeros((0, clip.config.projection_dim), DType::F32, clip.device())?);
     }
-    let rows: Vec<Tensor> = rows.into_iter().map(|r| r.expect("every prompt is in one length group")).collect();
-    Ok(Tensor::stack(&rows, 0)?)
+    let mut groups: BTreeMap<K, Vec<usize>> = BTreeMap::new();
+    for i in 0..count {
+        groups.entry(key(i)).or_default().push(i);
+    }
+    let mut order = Vec::with_capacity(count);
+    let mut batches = Vec::new();
+    for (key, members) in &groups {
+        for chunk in members.chunks(PROMPT_BATCH) {
+            batches.push(run(key, chunk)?.to_dtype(DType::F32)?);
+            order.extend_from_slice(chunk);
+        }
+    }
+    // `order[j]` is the item in row j; invert it to put every item back in its place.
+    let mut row_of = vec![0u32; count];
+    for (row, &item) in order.iter().enumerate() {
+        row_of[item] = row as u32;
+    }
+    let row_of = Tensor::from_vec(row_of, count, clip.device())?;
+    Ok(Tensor::cat(&batches, 0)?.index_select(&row_of, 0)?)
 }
