@@ -35,5 +35,5 @@ pub use error::{Error, Result};
 pub use model::source::{FetchOptions, ModelFiles, ModelSource, DEFAULT_MODEL};
 pub use model::{Clip, DenseAttention};
 pub use segment::{SegmentOptions, Segmentation, Segmenter, Slide};
-pub use text::{ClassEmbeddings, Templates, Vocabulary};
+pub use text::{ClassEmbeddings, EmbeddingCache, Templates, Vocabulary};
 pub use tokenizer::PromptTokenizer;

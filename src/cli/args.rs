@@ -54,6 +54,11 @@ pub struct SegmentArgs {
     #[arg(long, default_value = "imagenet80", value_name = "imagenet80|photo|FILE", help_heading = "Classes")]
     pub templates: String,
 
+    /// Compute the class text embeddings afresh instead of reusing those cached on disk
+    /// ($SCLIP_CACHE_DIR, else ~/.cache/sclip).
+    #[arg(long, help_heading = "Classes")]
+    pub no_cache: bool,
+
     /// Directory for the output files (must exist).
     #[arg(short, long, default_value = ".", value_name = "DIR", help_heading = "Output")]
     pub out_dir: PathBuf,

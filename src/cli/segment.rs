@@ -12,8 +12,8 @@ use candle_core::{DType, Device};
 use image::RgbImage;
 use sclip::render::{class_color, class_fractions, hex, mask_png, overlay, probs_npy, rgb_png};
 use sclip::{
-    presets, ClassEmbeddings, Clip, DenseAttention, FetchOptions, ModelSource, SegmentOptions, Segmentation, Segmenter,
-    Slide, Templates, Vocabulary,
+    presets, ClassEmbeddings, Clip, DenseAttention, EmbeddingCache, FetchOptions, ModelSource, SegmentOptions,
+    Segmentation, Segmenter, Slide, Templates, Vocabulary,
 };
 use serde::Serialize;
 
@@ -51,12 +51,17 @@ pub fn run(args: SegmentArgs, printer: &mut Printer) -> Result<ExitStatus> {
 
     let clip = load_model(&args, printer)?;
     let started = Instant::now();
-    let classes = ClassEmbeddings::new(&clip, plan.vocabulary.clone(), &plan.templates)?;
+    let cache = (!args.no_cache).then(EmbeddingCache::default_dir).flatten().map(EmbeddingCache::new);
+    let classes = match &cache {
+        Some(cache) => ClassEmbeddings::with_cache(&clip, plan.vocabulary.clone(), &plan.templates, cache)?,
+        None => ClassEmbeddings::new(&clip, plan.vocabulary.clone(), &plan.templates)?,
+    };
     printer.detail(&format!(
-        "embedded {} prompts for {} classes in {:.2} s",
-        classes.queries.dim(0)? * plan.templates.as_slice().len(),
+        "text embeddings of {} names for {} classes in {:.3} s{}",
+        classes.queries.dim(0)?,
         plan.vocabulary.len(),
-        started.elapsed().as_secs_f64()
+        started.elapsed().as_secs_f64(),
+        cache.as_ref().map_or_else(String::new, |c| format!(" (cache: {})", c.dir().display()))
     ));
     let segmenter = Segmenter::new(&clip, classes, plan.options.clone())?;
 

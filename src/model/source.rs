@@ -95,7 +95,7 @@ pub struct ModelFiles {
     pub config: PathBuf,
     pub weights: PathBuf,
     pub tokenizer: PathBuf,
-    /// The repo and commit for hub models, the canonical path for local ones.
+    /// The repo and commit for hub models; the canonical path, size and mtime of the weights for local ones.
     pub identity: String,
 }
 
@@ -114,7 +114,12 @@ impl ModelFiles {
                 Err(Error::MissingFile { dir: dir.to_path_buf(), file })
             }
         };
-        let identity = std::fs::canonicalize(dir).map_err(Error::io(dir))?.display().to_string();
+        // Path, size and modification time: rewriting the weights in place changes the identity.
+        let canonical = std::fs::canonicalize(dir).map_err(Error::io(dir))?;
+        let meta = std::fs::metadata(&weights).map_err(Error::io(&weights))?;
+        let modified =
+            meta.modified().ok().and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok()).unwrap_or_default();
+        let identity = format!("{}@{}-{}", canonical.display(), meta.len(), modified.as_nanos());
         Ok(Self { config: required(CONFIG)?, tokenizer: required(TOKENIZER)?, weights, identity })
     }
 }

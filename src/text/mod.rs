@@ -2,6 +2,7 @@
 //! every template; each prompt's embedding is L2-normalised, the query's prompts averaged, and the mean
 //! normalised again.
 
+mod cache;
 mod templates;
 mod vocabulary;
 
@@ -9,6 +10,7 @@ use std::collections::BTreeMap;
 
 use candle_core::{DType, Tensor};
 
+pub use cache::EmbeddingCache;
 pub use templates::Templates;
 pub use vocabulary::{Class, Vocabulary, BACKGROUND};
 
@@ -34,10 +36,49 @@ impl ClassEmbeddings {
         Ok(Self { vocabulary, queries })
     }
 
+    /// Like [`ClassEmbeddings::new`], taking the embeddings it can from `cache` and storing the ones it
+    /// computes. A cache that cannot be written only costs the time to recompute.
+    pub fn with_cache(
+        clip: &Clip,
+        vocabulary: Vocabulary,
+        templates: &Templates,
+        cache: &EmbeddingCache,
+    ) -> Result<Self> {
+        let names: Vec<&str> = vocabulary.queries().map(|(_, q)| q).collect();
+        let keys: Vec<String> = names.iter().map(|name| cache_key(clip, templates, name)).collect();
+        let dim = clip.config.projection_dim;
+        let mut vectors: Vec<Option<Vec<f32>>> =
+            keys.iter().map(|k| cache.load(k).filter(|v| v.len() == dim)).collect();
+        let missing: Vec<usize> = (0..names.len()).filter(|&i| vectors[i].is_none()).collect();
+        if !missing.is_empty() {
+            let missing_names: Vec<&str> = missing.iter().map(|&i| names[i]).collect();
+            let computed = embed_queries(clip, &missing_names, templates)?.to_vec2::<f32>()?;
+            for (&i, vector) in missing.iter().zip(computed) {
+                // A cache that cannot be written is not worth failing the run for.
+                let _ = cache.store(&keys[i], &vector);
+                vectors[i] = Some(vector);
+            }
+        }
+        let flat: Vec<f32> = vectors.into_iter().flat_map(|v| v.expect("every vector is loaded or computed")).collect();
+        let queries = Tensor::from_vec(flat, (names.len(), dim), clip.device())?;
+        Ok(Self { vocabulary, queries })
+    }
+
     /// The class of each query.
     pub fn query_classes(&self) -> Vec<usize> {
         self.vocabulary.queries().map(|(c, _)| c).collect()
     }
+}
+
+/// What a name's embedding depends on: the weights, how they run, the templates and the name itself.
+pub fn cache_key(clip: &Clip, templates: &Templates, name: &str) -> String {
+    format!(
+        "{}\n{:?}\n{:?}\n{}\n{name}",
+        clip.identity,
+        clip.dtype(),
+        clip.device().location(),
+        templates.as_slice().join("\u{1f}")
+    )
 }
 
 /// Token ids of every prompt of every name, name-major.
