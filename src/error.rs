@@ -24,6 +24,9 @@ pub enum Error {
     )]
     NoSafetensors { dir: PathBuf, has_pickle: bool },
 
+    #[error("{}: model directory does not exist", dir.display())]
+    NoModelDir { dir: PathBuf },
+
     #[error("{}: {file} is missing", dir.display())]
     MissingFile { dir: PathBuf, file: &'static str },
 

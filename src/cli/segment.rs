@@ -67,7 +67,7 @@ pub fn run(args: SegmentArgs, printer: &mut Printer) -> Result<ExitStatus> {
 
     printer.start_progress(todo.len());
     let mut stdout = std::io::stdout().lock();
-    let mut failures: Vec<(PathBuf, String)> = Vec::new();
+    let mut failures: Vec<PathBuf> = Vec::new();
     let mut done = 0usize;
     let (decoded_tx, decoded_rx) = mpsc::sync_channel(DECODE_AHEAD);
     let max_pixels = args.max_pixels;
@@ -76,7 +76,9 @@ pub fn run(args: SegmentArgs, printer: &mut Printer) -> Result<ExitStatus> {
     std::thread::spawn(move || {
         for input in decode_order {
             let started = Instant::now();
-            let image = sclip::read_rgb(&input.path, max_pixels);
+            let image = std::panic::catch_unwind(|| sclip::read_rgb(&input.path, max_pixels)).unwrap_or_else(|_| {
+                Err(sclip::Error::Image { path: input.path.clone(), reason: "the decoder crashed".into() })
+            });
             if decoded_tx.send((input, image, started.elapsed())).is_err() {
                 break;
             }
@@ -105,21 +107,22 @@ pub fn run(args: SegmentArgs, printer: &mut Printer) -> Result<ExitStatus> {
                 {
                     break;
                 }
-                failures.push((input.path.clone(), message));
+                failures.push(input.path.clone());
             }
         }
     }
     printer.finish_progress();
+    if let Some(peak) = peak_memory_mb() {
+        printer.detail(&format!("peak memory: {peak} MB"));
+    }
     if failures.is_empty() {
         if done + skipped.len() > 1 {
             printer.info(&format!("{done} images segmented, {} skipped", skipped.len()));
         }
         Ok(ExitStatus::Success)
     } else {
-        printer.error(&format!("{} of {} inputs failed:", failures.len(), failures.len() + done));
-        for (_, message) in &failures {
-            printer.error(message);
-        }
+        let paths: Vec<String> = failures.iter().map(|path| display(path)).collect();
+        printer.error(&format!("{} of {} inputs failed: {}", failures.len(), failures.len() + done, paths.join(", ")));
         Ok(ExitStatus::Failure)
     }
 }
@@ -416,6 +419,14 @@ fn millis(d: std::time::Duration) -> f64 {
 /// Paths in messages and JSON; a name that is not UTF-8 is shown with replacement characters.
 fn display(path: &std::path::Path) -> String {
     path.to_string_lossy().into_owned()
+}
+
+/// The process's peak resident memory, where the OS tells it (Linux).
+fn peak_memory_mb() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let kb: u64 =
+        status.lines().find_map(|l| l.strip_prefix("VmHWM:"))?.trim().strip_suffix("kB")?.trim().parse().ok()?;
+    Some(kb / 1024)
 }
 
 fn is_broken_pipe(err: &anyhow::Error) -> bool {

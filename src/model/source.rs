@@ -35,10 +35,11 @@ pub enum ModelSource {
 }
 
 impl ModelSource {
-    /// An existing directory is a local model; anything else is a hub repo id.
+    /// An existing directory, or anything that cannot be a hub repo id (`name` or `owner/name`), is a
+    /// local model; the rest is a hub repo id.
     pub fn parse(spec: &str, revision: Option<String>) -> Self {
         let path = Path::new(spec);
-        if path.is_dir() {
+        if path.is_dir() || !is_repo_id(spec) {
             Self::Dir(path.to_path_buf())
         } else {
             Self::Hub { repo: spec.to_string(), revision }
@@ -57,6 +58,16 @@ impl ModelSource {
             }
         }
     }
+}
+
+fn is_repo_id(spec: &str) -> bool {
+    let part_ok = |p: &str| {
+        !p.is_empty()
+            && !p.starts_with(['.', '-'])
+            && p.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+    };
+    let parts: Vec<&str> = spec.split('/').collect();
+    parts.len() <= 2 && parts.iter().all(|p| part_ok(p))
 }
 
 /// How hub files are fetched.
@@ -101,6 +112,9 @@ pub struct ModelFiles {
 
 impl ModelFiles {
     pub fn in_dir(dir: &Path) -> Result<Self> {
+        if !dir.is_dir() {
+            return Err(Error::NoModelDir { dir: dir.to_path_buf() });
+        }
         let weights = dir.join(WEIGHTS);
         if !weights.is_file() {
             let has_pickle = ["pytorch_model.bin", "model.bin"].iter().any(|f| dir.join(f).is_file());
@@ -244,6 +258,21 @@ impl hf_hub::api::Progress for Heartbeat {
         self.beat();
         if let Some(bar) = self.bar.take() {
             bar.finish_and_clear();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_that_cannot_be_repo_ids_are_local_directories() {
+        let hub = |s: &str| matches!(ModelSource::parse(s, None), ModelSource::Hub { .. });
+        assert!(hub("openai/clip-vit-base-patch16"));
+        assert!(hub("clip"));
+        for local in ["/tmp/no-such-model", "./model", "../models/clip", "a/b/c", "~/clip", "model/"] {
+            assert!(!hub(local), "{local}");
         }
     }
 }
