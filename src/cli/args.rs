@@ -24,10 +24,9 @@ pub enum Command {
 #[derive(Debug, Args)]
 #[command(
     group(ArgGroup::new("classes").required(true).args(["labels", "labels_file", "preset"])),
-    after_help = "\
-Background: with --labels, class 0 of every output is \"background\", a class with no prompt of its
-own; it receives exactly the pixels whose best class probability is below --prob-threshold (none by
-default), and your labels are classes 1, 2, ... With --labels-file and --preset, line 1 of the file is
+    after_help = "Background: with --labels, class 0 of every output is \"background\", a class with no prompt of \
+its own; it receives exactly the pixels whose best class probability is below --prob-threshold (none by \
+default), and your labels are classes 1, 2, ... With --labels-file and --preset, line 1 of the file is \
 class 0 and takes those pixels, as in SCLIP.
 
 Exit status: 0 all inputs done, 1 some inputs failed (each is reported), 2 usage or model error."
