@@ -11,6 +11,9 @@ pub enum Error {
     #[error("{}: invalid CLIP config: {reason}", path.display())]
     Config { path: PathBuf, reason: String },
 
+    #[error("{}: not a valid safetensors file: {reason}", path.display())]
+    InvalidWeights { path: PathBuf, reason: String },
+
     #[error("{}: missing tensor {name}", path.display())]
     MissingTensor { path: PathBuf, name: String },
 

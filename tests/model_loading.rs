@@ -442,6 +442,20 @@ fn a_missing_tensor_is_named() {
 }
 
 #[test]
+fn a_truncated_checkpoint_is_refused_before_any_tensor_is_read() {
+    let dir = fixture_copy_with_weights(|_| {});
+    let weights = dir.path().join(WEIGHTS);
+    let bytes = std::fs::read(&weights).unwrap();
+    std::fs::write(&weights, &bytes[..bytes.len() / 2]).unwrap();
+    let err = load_error(dir.path());
+    let message = err.to_string();
+    assert!(matches!(err, Error::InvalidWeights { ref path, .. } if *path == weights), "{err:?}");
+    assert!(message.contains("not a valid safetensors file") && message.contains(&weights.display().to_string()));
+    std::fs::write(&weights, b"PK\x03\x04 a zip, not safetensors").unwrap();
+    assert!(matches!(load_error(dir.path()), Error::InvalidWeights { .. }));
+}
+
+#[test]
 fn a_mis_shaped_tensor_names_both_shapes() {
     let name = "text_projection.weight";
     let dir = fixture_copy_with_weights(|tensors| {

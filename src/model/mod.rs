@@ -5,6 +5,7 @@ pub mod source;
 pub mod text;
 pub mod transformer;
 pub mod vision;
+mod weights;
 
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
@@ -14,6 +15,7 @@ use crate::model::config::ClipConfig;
 use crate::model::source::ModelFiles;
 use crate::model::text::TextTower;
 use crate::model::vision::VisionTower;
+use crate::model::weights::SafetensorsFile;
 use crate::tokenizer::PromptTokenizer;
 
 pub use vision::DenseAttention;
@@ -39,12 +41,9 @@ impl Clip {
             .map_err(|e| Error::Config { path: files.config.clone(), reason: e.to_string() })?;
         config.validate().map_err(|reason| Error::Config { path: files.config.clone(), reason })?;
         let tokenizer = PromptTokenizer::from_file(&files.tokenizer)?;
-        let weights_err = |e| Error::from_weights(&files.weights, e);
-        // SAFETY: the file is mapped read-only; like every mmap loader we rely on nobody truncating a
-        // checkpoint while it is in use.
-        let vb =
-            unsafe { VarBuilder::from_mmaped_safetensors(&[&files.weights], dtype, device) }.map_err(weights_err)?;
-        Self::new(vb, config, tokenizer, files.identity.clone()).map_err(weights_err)
+        let weights = SafetensorsFile::open(&files.weights)?;
+        let vb = VarBuilder::from_backend(Box::new(weights), dtype, device.clone());
+        Self::new(vb, config, tokenizer, files.identity.clone()).map_err(|e| Error::from_weights(&files.weights, e))
     }
 
     /// Builds the model from any source of weights named as in a `CLIPModel` checkpoint.

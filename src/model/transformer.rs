@@ -42,35 +42,50 @@ pub enum Mixing {
 
 #[derive(Debug, Clone)]
 pub struct Attention {
-    q_proj: Linear,
-    k_proj: Linear,
-    v_proj: Linear,
+    /// `q_proj`, `k_proj` and `v_proj` stacked into one `(3·width, width)` projection: one matmul
+    /// instead of three.
+    qkv_proj: Linear,
     out_proj: Linear,
     num_heads: usize,
     scale: f64,
 }
 
+/// One token run's queries, keys and values, `(batch, heads, tokens, head_dim)` each.
+struct Projected {
+    queries: Tensor,
+    keys: Tensor,
+    values: Tensor,
+}
+
 impl Attention {
     pub fn new(vb: VarBuilder, shape: &EncoderShape) -> Result<Self> {
         let d = shape.hidden_size;
+        let [q, k, v] = ["q_proj", "k_proj", "v_proj"].map(|name| linear(d, d, vb.pp(name)));
+        let (q, k, v) = (q?, k?, v?);
+        let weight = Tensor::cat(&[q.weight(), k.weight(), v.weight()], 0)?;
+        let biases = [q.bias(), k.bias(), v.bias()].map(|b| b.expect("`linear` loads a bias"));
         Ok(Self {
-            q_proj: linear(d, d, vb.pp("q_proj"))?,
-            k_proj: linear(d, d, vb.pp("k_proj"))?,
-            v_proj: linear(d, d, vb.pp("v_proj"))?,
+            qkv_proj: Linear::new(weight, Some(Tensor::cat(&biases, 0)?)),
             out_proj: linear(d, d, vb.pp("out_proj"))?,
             num_heads: shape.num_attention_heads,
             scale: (shape.head_dim() as f64).powf(-0.5),
         })
     }
 
-    /// `(batch, tokens, width)` → `(batch, heads, tokens, head_dim)`, contiguous for the matmuls.
-    fn split_heads(&self, xs: &Tensor) -> Result<Tensor> {
+    /// `(batch, tokens, width)` → queries, keys and values split into heads, contiguous for the matmuls.
+    fn project(&self, xs: &Tensor) -> Result<Projected> {
         let (b, t, d) = xs.dims3()?;
-        xs.reshape((b, t, self.num_heads, d / self.num_heads))?.transpose(1, 2)?.contiguous()
+        let heads = xs
+            .apply(&self.qkv_proj)?
+            .reshape((b, t, 3, self.num_heads, d / self.num_heads))?
+            .permute((2, 0, 3, 1, 4))?
+            .contiguous()?;
+        Ok(Projected { queries: heads.get(0)?, keys: heads.get(1)?, values: heads.get(2)? })
     }
 
+    /// `a·bᵀ·s`, scaling the `(tokens, head_dim)` operand rather than the `(tokens, tokens)` product.
     fn affinity(&self, a: &Tensor, b: &Tensor) -> Result<Tensor> {
-        a.matmul(&b.t()?)? * self.scale
+        (a * self.scale)?.matmul(&b.t()?)
     }
 
     /// `(batch, heads, tokens, head_dim)` attention output → `(batch, tokens, width)`, projected.
@@ -80,9 +95,7 @@ impl Attention {
     }
 
     pub fn forward(&self, xs: &Tensor, mixing: Mixing) -> Result<Tensor> {
-        let q = self.split_heads(&xs.apply(&self.q_proj)?)?;
-        let k = self.split_heads(&xs.apply(&self.k_proj)?)?;
-        let v = self.split_heads(&xs.apply(&self.v_proj)?)?;
+        let Projected { queries: q, keys: k, values: v } = self.project(xs)?;
         let weights = match mixing {
             Mixing::Full => candle_nn::ops::softmax_last_dim(&self.affinity(&q, &k)?)?,
             Mixing::Correlative => {
@@ -98,11 +111,8 @@ impl Attention {
     /// sees every past token, itself and the tokens before it. Returns the output and `xs`'s own keys
     /// and values, which later tokens can attend to.
     pub fn forward_causal(&self, xs: &Tensor, past: Option<&KeyValues>) -> Result<(Tensor, KeyValues)> {
-        let q = self.split_heads(&xs.apply(&self.q_proj)?)?;
-        let own = KeyValues {
-            keys: self.split_heads(&xs.apply(&self.k_proj)?)?,
-            values: self.split_heads(&xs.apply(&self.v_proj)?)?,
-        };
+        let Projected { queries: q, keys, values } = self.project(xs)?;
+        let own = KeyValues { keys, values };
         let (keys, values) = match past {
             Some(past) => (Tensor::cat(&[&past.keys, &own.keys], 2)?, Tensor::cat(&[&past.values, &own.values], 2)?),
             None => (own.keys.clone(), own.values.clone()),
