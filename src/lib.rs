@@ -34,6 +34,6 @@ pub use decode::{read_rgb, DEFAULT_MAX_PIXELS};
 pub use error::{Error, Result};
 pub use model::source::{FetchOptions, ModelFiles, ModelSource, DEFAULT_MODEL};
 pub use model::{Clip, DenseAttention};
-pub use segment::{SegmentOptions, Segmentation, Segmenter, Slide};
+pub use segment::{Prepared, SegmentOptions, Segmentation, Segmenter, Slide};
 pub use text::{ClassEmbeddings, EmbeddingCache, Templates, Vocabulary};
 pub use tokenizer::PromptTokenizer;

@@ -12,8 +12,8 @@ use candle_core::{DType, Device};
 use image::RgbImage;
 use sclip::render::{class_color, class_fractions, hex, mask_png, overlay, probs_npy, rgb_png};
 use sclip::{
-    presets, ClassEmbeddings, Clip, DenseAttention, EmbeddingCache, FetchOptions, ModelSource, SegmentOptions,
-    Segmentation, Segmenter, Slide, Templates, Vocabulary,
+    presets, ClassEmbeddings, Clip, DenseAttention, EmbeddingCache, FetchOptions, ModelSource, Prepared,
+    SegmentOptions, Segmentation, Segmenter, Slide, Templates, Vocabulary,
 };
 use serde::Serialize;
 
@@ -70,24 +70,26 @@ pub fn run(args: SegmentArgs, printer: &mut Printer) -> Result<ExitStatus> {
     let mut failures: Vec<PathBuf> = Vec::new();
     let mut done = 0usize;
     let (decoded_tx, decoded_rx) = mpsc::sync_channel(DECODE_AHEAD);
-    let max_pixels = args.max_pixels;
+    let (max_pixels, options, patch_size) = (args.max_pixels, plan.options.clone(), clip.vision.patch_size());
     let decode_order = todo.clone();
     // Decoding and resizing the next image overlaps with the model working on this one.
     std::thread::spawn(move || {
         for input in decode_order {
             let started = Instant::now();
-            let image = std::panic::catch_unwind(|| sclip::read_rgb(&input.path, max_pixels)).unwrap_or_else(|_| {
-                Err(sclip::Error::Image { path: input.path.clone(), reason: "the decoder crashed".into() })
-            });
-            if decoded_tx.send((input, image, started.elapsed())).is_err() {
+            let decode = || -> Result<_> {
+                let image = sclip::read_rgb(&input.path, max_pixels)?;
+                let prepared = options.prepare(&image, patch_size).with_context(|| display(&input.path))?;
+                Ok(Decoded { image, prepared, time: started.elapsed() })
+            };
+            let decoded = std::panic::catch_unwind(decode)
+                .unwrap_or_else(|_| Err(anyhow::anyhow!("{}: the decoder crashed", display(&input.path))));
+            if decoded_tx.send((input, decoded)).is_err() {
                 break;
             }
         }
     });
-    for (input, image, decode_time) in decoded_rx {
-        let outcome = image
-            .map_err(anyhow::Error::from)
-            .and_then(|image| process(&input, &image, decode_time, &segmenter, &plan, &args, &mut stdout));
+    for (input, decoded) in decoded_rx {
+        let outcome = decoded.and_then(|decoded| process(&input, &decoded, &segmenter, &plan, &args, &mut stdout));
         printer.advance(&input.stem);
         match outcome {
             Ok(Some(summary)) => {
@@ -288,10 +290,16 @@ const BACKGROUND_RULE: &str = "pixels whose best class probability is below prob
 
 /// Segments one decoded image, writes its outputs, and returns the human summary line (none in JSON
 /// or stdout mode, where stdout carries the data).
+/// An input read and resized, ready for the model.
+struct Decoded {
+    image: RgbImage,
+    prepared: Prepared,
+    time: std::time::Duration,
+}
+
 fn process(
     input: &Input,
-    image: &RgbImage,
-    decode_time: std::time::Duration,
+    decoded: &Decoded,
     segmenter: &Segmenter,
     plan: &Plan,
     args: &SegmentArgs,
@@ -299,7 +307,8 @@ fn process(
 ) -> Result<Option<String>> {
     let started = Instant::now();
     // A bug must cost one image, not the batch.
-    let segmentation = std::panic::catch_unwind(AssertUnwindSafe(|| segmenter.segment(image)))
+    let Decoded { image, prepared, time: decode_time } = decoded;
+    let segmentation = std::panic::catch_unwind(AssertUnwindSafe(|| segmenter.segment_prepared(prepared)))
         .map_err(|_| anyhow::anyhow!("internal error while segmenting (please report this)"))?
         .with_context(|| display(&input.path))?;
     let segment_time = started.elapsed();
@@ -358,7 +367,7 @@ fn process(
                 rule: BACKGROUND_RULE,
             },
             timings_ms: Timings {
-                decode: millis(decode_time),
+                decode: millis(*decode_time),
                 segment: millis(segment_time),
                 write: millis(write_time),
             },

@@ -87,6 +87,25 @@ impl SegmentOptions {
     }
 }
 
+/// An image resized to the model's working size, and the size its results are given at.
+#[derive(Debug, Clone)]
+pub struct Prepared {
+    pub working: RgbImage,
+    pub original_size: (u32, u32),
+}
+
+impl SegmentOptions {
+    /// SCLIP's keep-ratio resize of `image` to the working size, for a model with `patch_size` patches.
+    pub fn prepare(&self, image: &RgbImage, patch_size: usize) -> Result<Prepared> {
+        let (w, h) = rescaled_size(image.width(), image.height(), self.short_side, self.long_side_cap);
+        let patch = patch_size as u32;
+        if w < patch || h < patch {
+            return Err(Error::TooSmall { width: image.width(), height: image.height(), working: (w, h), patch });
+        }
+        Ok(Prepared { working: resize_rgb(image, w, h), original_size: image.dimensions() })
+    }
+}
+
 /// The result for one image, at the image's own resolution.
 #[derive(Debug, Clone)]
 pub struct Segmentation {
@@ -138,19 +157,19 @@ impl<'a> Segmenter<'a> {
 
     /// Segments an RGB image.
     pub fn segment(&self, image: &RgbImage) -> Result<Segmentation> {
-        let (w, h) = rescaled_size(image.width(), image.height(), self.options.short_side, self.options.long_side_cap);
-        let patch = self.clip.vision.patch_size() as u32;
-        if w < patch || h < patch {
-            return Err(Error::TooSmall { width: image.width(), height: image.height(), working: (w, h), patch });
-        }
-        let working = resize_rgb(image, w, h);
-        let logits = self.logits(&working)?;
+        self.segment_prepared(&self.options.prepare(image, self.clip.vision.patch_size())?)
+    }
+
+    /// Segments an image already resized by [`SegmentOptions::prepare`] (which needs no model, so it
+    /// can run on another thread while the model works).
+    pub fn segment_prepared(&self, prepared: &Prepared) -> Result<Segmentation> {
+        let logits = self.logits(&prepared.working)?;
         let decision = Decision {
             logit_scale: self.options.logit_scale,
             prob_threshold: self.options.prob_threshold,
             area_threshold: self.options.area_threshold,
         };
-        let (width, height) = image.dimensions();
+        let (width, height) = prepared.original_size;
         let maps = decide(
             &logits,
             &self.query_class,
