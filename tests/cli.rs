@@ -27,7 +27,9 @@ fn model_dir() -> PathBuf {
 /// default `--out-dir .` never writes into it.
 fn sclip() -> Command {
     let mut cmd = Command::cargo_bin("sclip").expect("the sclip binary is built");
-    cmd.env("HF_HUB_OFFLINE", "1").current_dir(std::env::temp_dir());
+    // Class embeddings are cached under target/, never in the user's home.
+    let cache = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("sclip-cache");
+    cmd.env("HF_HUB_OFFLINE", "1").env("SCLIP_CACHE_DIR", cache).current_dir(std::env::temp_dir());
     cmd
 }
 

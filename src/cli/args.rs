@@ -1,5 +1,6 @@
 use std::path::PathBuf;
 
+use clap::builder::PossibleValuesParser;
 use clap::{ArgGroup, Args, Parser, Subcommand, ValueEnum};
 
 /// Open-vocabulary semantic segmentation with CLIP and no training (SCLIP).
@@ -45,8 +46,8 @@ pub struct SegmentArgs {
     pub labels_file: Option<PathBuf>,
 
     /// A benchmark's classes and SCLIP's settings for it (scale, thresholds); flags given too win.
-    #[arg(long, value_enum, help_heading = "Classes")]
-    pub preset: Option<PresetName>,
+    #[arg(long, value_parser = PossibleValuesParser::new(sclip::presets::PRESETS.map(|p| p.name)), help_heading = "Classes")]
+    pub preset: Option<String>,
 
     /// Prompt templates: imagenet80 (SCLIP's 80), photo ("a photo of a {}."), or a file with one
     /// template per line, `{}` standing for the class name.
@@ -171,18 +172,6 @@ pub struct SegmentArgs {
     /// More detail on stderr (model files, timings per image).
     #[arg(short, long, action = clap::ArgAction::Count)]
     pub verbose: u8,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum PresetName {
-    Voc21,
-    Context60,
-    CocoObject,
-    Voc20,
-    Context59,
-    CocoStuff,
-    Cityscapes,
-    Ade20k,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, ValueEnum)]

@@ -17,7 +17,7 @@ use sclip::{
 };
 use serde::Serialize;
 
-use crate::cli::args::{AttentionName, DTypeName, DeviceName, OutputKind, PresetName, SegmentArgs, StdoutPng};
+use crate::cli::args::{AttentionName, DTypeName, DeviceName, OutputKind, SegmentArgs, StdoutPng};
 use crate::cli::inputs::{expand, in_shard, name_outputs, Input};
 use crate::cli::output::{check_writable_dir, one_line, write_atomic, Printer, Verbosity};
 use crate::cli::ExitStatus;
@@ -132,6 +132,8 @@ pub fn run(args: SegmentArgs, printer: &mut Printer) -> Result<ExitStatus> {
 /// Everything decided from the arguments before any work starts, so usage mistakes surface at once.
 struct Plan {
     vocabulary: Vocabulary,
+    /// The class names, in output order.
+    names: Vec<String>,
     templates: Templates,
     options: SegmentOptions,
     files: Vec<OutputKind>,
@@ -140,7 +142,7 @@ struct Plan {
 
 impl Plan {
     fn from_args(args: &SegmentArgs) -> Result<Self> {
-        let preset = args.preset.map(|p| presets::find(preset_name(p)).expect("every preset name has a preset"));
+        let preset = args.preset.as_deref().map(|name| presets::find(name).expect("clap accepts only preset names"));
         let vocabulary = if let Some(labels) = &args.labels {
             Vocabulary::parse_labels(labels)?.with_background()?
         } else if let Some(file) = &args.labels_file {
@@ -178,7 +180,8 @@ impl Plan {
         }
         let mut seen = HashSet::new();
         files.retain(|k| seen.insert(*k));
-        Ok(Self { vocabulary, templates, options, files, to_stdout: args.stdout })
+        let names = vocabulary.classes().iter().map(|c| c.name.clone()).collect();
+        Ok(Self { vocabulary, names, templates, options, files, to_stdout: args.stdout })
     }
 
     fn output_path(&self, out_dir: &std::path::Path, input: &Input, kind: OutputKind) -> PathBuf {
@@ -193,23 +196,6 @@ impl Plan {
 
     fn all_outputs_exist(&self, out_dir: &std::path::Path, input: &Input) -> bool {
         !self.files.is_empty() && self.files.iter().all(|&k| self.output_path(out_dir, input, k).is_file())
-    }
-
-    fn names(&self) -> Vec<String> {
-        self.vocabulary.classes().iter().map(|c| c.name.clone()).collect()
-    }
-}
-
-fn preset_name(preset: PresetName) -> &'static str {
-    match preset {
-        PresetName::Voc21 => "voc21",
-        PresetName::Context60 => "context60",
-        PresetName::CocoObject => "coco-object",
-        PresetName::Voc20 => "voc20",
-        PresetName::Context59 => "context59",
-        PresetName::CocoStuff => "coco-stuff",
-        PresetName::Cityscapes => "cityscapes",
-        PresetName::Ade20k => "ade20k",
     }
 }
 
@@ -314,11 +300,11 @@ fn process(
     let segment_time = started.elapsed();
 
     let started = Instant::now();
-    let names = plan.names();
+    let names = &plan.names;
     let classes = names.len();
     let render = |kind: OutputKind| -> Vec<u8> {
         match kind {
-            OutputKind::Overlay => rgb_png(&overlay(image, &segmentation, &names, args.alpha)),
+            OutputKind::Overlay => rgb_png(&overlay(image, &segmentation, names, args.alpha)),
             OutputKind::Mask => mask_png(&segmentation, classes),
             OutputKind::Probs => probs_npy(&segmentation, classes),
             OutputKind::None => unreachable!("`none` is dropped when the plan is made"),
@@ -378,7 +364,7 @@ fn process(
     if plan.to_stdout.is_some() {
         return Ok(None);
     }
-    Ok(Some(summary(input, &segmentation, &names, &fractions, &outputs)))
+    Ok(Some(summary(input, &segmentation, names, &fractions, &outputs)))
 }
 
 fn summary(
