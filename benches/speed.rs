@@ -97,7 +97,10 @@ fn random_checkpoint(arch: &str) -> PathBuf {
     dir
 }
 
+/// Seconds per run of `f`, after one untimed run that warms caches, thread pools and the allocator (the
+/// PyTorch side warms up the same way).
 fn time<T>(runs: usize, mut f: impl FnMut() -> T) -> Vec<f64> {
+    std::hint::black_box(f());
     (0..runs)
         .map(|_| {
             let started = Instant::now();
