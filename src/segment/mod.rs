@@ -117,14 +117,6 @@ pub struct Segmentation {
     pub labels: Vec<u16>,
 }
 
-impl Segmentation {
-    /// The probability map of one class, row-major.
-    pub fn class_probs(&self, class: usize) -> &[f32] {
-        let pixels = self.width as usize * self.height as usize;
-        &self.probs[class * pixels..][..pixels]
-    }
-}
-
 /// A model and an embedded class list, ready to segment any number of images.
 #[derive(Debug, Clone)]
 pub struct Segmenter<'a> {
@@ -149,10 +141,6 @@ impl<'a> Segmenter<'a> {
 
     pub fn classes(&self) -> &ClassEmbeddings {
         &self.classes
-    }
-
-    pub fn options(&self) -> &SegmentOptions {
-        &self.options
     }
 
     /// Segments an RGB image.
