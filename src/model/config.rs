@@ -173,6 +173,25 @@ mod tests {
     }
 
     #[test]
+    fn the_openai_checkpoint_shapes_come_from_their_configs() {
+        // (vision width, layers, heads, patch, image size) → (grid, head dim), for B/32, B/16, L/14, L/14-336.
+        for ((width, layers, heads, patch, image), (grid, head_dim)) in [
+            ((768, 12, 12, 32, 224), (7, 64)),
+            ((768, 12, 12, 16, 224), (14, 64)),
+            ((1024, 24, 16, 14, 224), (16, 64)),
+            ((1024, 24, 16, 14, 336), (24, 64)),
+        ] {
+            let cfg: ClipConfig = serde_json::from_str(&format!(
+                r#"{{"vision_config": {{"hidden_size": {width}, "num_hidden_layers": {layers},
+                    "num_attention_heads": {heads}, "patch_size": {patch}, "image_size": {image}}}}}"#
+            ))
+            .unwrap();
+            cfg.validate().unwrap();
+            assert_eq!((cfg.vision_config.grid_size(), cfg.vision_config.encoder().head_dim()), (grid, head_dim));
+        }
+    }
+
+    #[test]
     fn large_patch14_336_shapes_come_from_the_config() {
         let cfg: ClipConfig = serde_json::from_str(
             r#"{"projection_dim": 768,
