@@ -53,12 +53,13 @@ impl TextTower {
     /// Like [`TextTower::forward`] for prompts whose first tokens ran already as `prefix` (one row per
     /// prompt): the result is that of the whole prompts, without recomputing the shared part.
     pub fn forward_after(&self, ids: &Tensor, prefix: Option<&[KeyValues]>) -> Result<Tensor> {
-        let hidden = self.run(ids, prefix)?.0;
-        let len = hidden.dim(1)?;
+        let last = self.run(ids, prefix)?.0;
         // LayerNorm works per token: normalising only the pooled one gives the same result.
-        hidden.narrow(1, len - 1, 1)?.squeeze(1)?.apply(&self.final_layer_norm)?.apply(&self.text_projection)
+        last.squeeze(1)?.apply(&self.final_layer_norm)?.apply(&self.text_projection)
     }
 
+    /// The hidden state of the last token `(batch, 1, width)` and every layer's keys and values. The
+    /// last layer runs its attention and MLP for the last token only: no other token's output is read.
     fn run(&self, ids: &Tensor, prefix: Option<&[KeyValues]>) -> Result<(Tensor, Vec<KeyValues>)> {
         let (_, len) = ids.dims2()?;
         let offset = prefix.map_or(Ok(0), |layers| layers[0].keys.dim(2))?;
@@ -66,7 +67,8 @@ impl TextTower {
             ids.apply(&self.token_embedding)?.broadcast_add(&self.position_embedding.narrow(0, offset, len)?)?;
         let mut key_values = Vec::with_capacity(self.layers.len());
         for (i, layer) in self.layers.iter().enumerate() {
-            let (out, own) = layer.forward_causal(&xs, prefix.map(|layers| &layers[i]))?;
+            let first_output = if i + 1 == self.layers.len() { len - 1 } else { 0 };
+            let (out, own) = layer.forward_causal(&xs, prefix.map(|layers| &layers[i]), first_output)?;
             xs = out;
             key_values.push(own);
         }

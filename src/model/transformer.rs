@@ -1,6 +1,8 @@
 //! The pre-LayerNorm transformer layer both CLIP towers are made of, with the attention of a layer as
 //! one choice among several ([`Mixing`]).
 
+use std::ops::Range;
+
 use candle_core::{CpuStorage, CustomOp1, DType, Device, Layout, Module, Result, Shape, Tensor, D};
 use candle_nn::{layer_norm, linear, LayerNorm, Linear, VarBuilder};
 use serde::Deserialize;
@@ -136,18 +138,25 @@ impl Attention {
     }
 
     /// Causal attention of `xs` over the keys and values of `past` tokens followed by its own: a token
-    /// sees every past token, itself and the tokens before it. Returns the output and `xs`'s own keys
-    /// and values, which later tokens can attend to.
-    pub fn forward_causal(&self, xs: &Tensor, past: Option<&KeyValues>) -> Result<(Tensor, KeyValues)> {
-        let Projected { queries: q, keys, values } = self.project(xs)?;
+    /// sees every past token, itself and the tokens before it. Only the tokens from `first_output` on
+    /// are attended for (the text tower needs just the last one in its last layer), but every token's
+    /// keys and values are returned, for later tokens to attend to.
+    pub fn forward_causal(
+        &self,
+        xs: &Tensor,
+        past: Option<&KeyValues>,
+        first_output: usize,
+    ) -> Result<(Tensor, KeyValues)> {
+        let Projected { queries, keys, values } = self.project(xs)?;
         let own = KeyValues { keys, values };
         let (keys, values) = match past {
             Some(past) => (Tensor::cat(&[&past.keys, &own.keys], 2)?, Tensor::cat(&[&past.values, &own.values], 2)?),
             None => (own.keys.clone(), own.values.clone()),
         };
-        let (t, seen) = (q.dim(2)?, keys.dim(2)?);
-        let mask = causal_mask(t, seen - t, xs.dtype(), xs.device())?;
-        let weights = candle_nn::ops::softmax_last_dim(&self.affinity(&q, &keys)?.broadcast_add(&mask)?)?;
+        let (t, seen) = (queries.dim(2)?, keys.dim(2)?);
+        let queries = queries.narrow(2, first_output, t - first_output)?;
+        let mask = causal_mask(first_output..t, seen - t, xs.dtype(), xs.device())?;
+        let weights = candle_nn::ops::softmax_last_dim(&self.affinity(&queries, &keys)?.broadcast_add(&mask)?)?;
         Ok((self.merge_heads(&weights.matmul(&values)?)?, own))
     }
 }
@@ -166,11 +175,13 @@ impl KeyValues {
     }
 }
 
-/// `(t, past + t)` additive mask: token `i` sees the `past` tokens and tokens `0..=i`; −∞ elsewhere.
-fn causal_mask(t: usize, past: usize, dtype: DType, device: &Device) -> Result<Tensor> {
+/// `(queries, past + queries.end)` additive mask: query token `i` sees the `past` tokens and tokens
+/// `0..=i`; −∞ elsewhere.
+fn causal_mask(queries: Range<usize>, past: usize, dtype: DType, device: &Device) -> Result<Tensor> {
+    let (rows, seen) = (queries.len(), past + queries.end);
     let mask: Vec<f32> =
-        (0..t).flat_map(|i| (0..past + t).map(move |j| if j > past + i { f32::NEG_INFINITY } else { 0.0 })).collect();
-    Tensor::from_vec(mask, (t, past + t), device)?.to_dtype(dtype)
+        queries.flat_map(|i| (0..seen).map(move |j| if j > past + i { f32::NEG_INFINITY } else { 0.0 })).collect();
+    Tensor::from_vec(mask, (rows, seen), device)?.to_dtype(dtype)
 }
 
 #[derive(Debug, Clone)]
@@ -220,10 +231,17 @@ impl EncoderLayer {
         self.feed_forward((xs + self.self_attn.forward(&xs.apply(&self.layer_norm1)?, mixing)?)?)
     }
 
-    /// The layer in a causal stack; see [`Attention::forward_causal`].
-    pub fn forward_causal(&self, xs: &Tensor, past: Option<&KeyValues>) -> Result<(Tensor, KeyValues)> {
-        let (attended, own) = self.self_attn.forward_causal(&xs.apply(&self.layer_norm1)?, past)?;
-        Ok((self.feed_forward((xs + attended)?)?, own))
+    /// The layer in a causal stack, with outputs for the tokens from `first_output` on; see
+    /// [`Attention::forward_causal`].
+    pub fn forward_causal(
+        &self,
+        xs: &Tensor,
+        past: Option<&KeyValues>,
+        first_output: usize,
+    ) -> Result<(Tensor, KeyValues)> {
+        let (attended, own) = self.self_attn.forward_causal(&xs.apply(&self.layer_norm1)?, past, first_output)?;
+        let residual = xs.narrow(1, first_output, xs.dim(1)? - first_output)?;
+        Ok((self.feed_forward((residual + attended)?)?, own))
     }
 
     fn feed_forward(&self, xs: Tensor) -> Result<Tensor> {
