@@ -10,6 +10,10 @@
 //! - text warm: the same, served from the on-disk cache;
 //! - vision: the 6 crops of a 448×336 image through the CSA tower, in one batch;
 //! - image: the whole segmentation of that image;
+//! - modes: the faster optional modes (whole-image inference, f16 and bf16 weights) on that image, each
+//!   timed and compared with the exact path: the largest probability difference and the share of
+//!   pixels with the same label. f16 and bf16 embed the classes with their own weights too, as
+//!   `sclip segment --dtype` does;
 //! - folder: `sclip segment` over a folder of 500×375 JPEGs, in images per minute once the model is
 //!   loaded, and the peak RSS of the whole run.
 //!
@@ -26,7 +30,7 @@ use sclip::model::config::ClipConfig;
 use sclip::segment::normalize;
 use sclip::{
     presets, ClassEmbeddings, Clip, DenseAttention, EmbeddingCache, ModelFiles, PromptTokenizer, SegmentOptions,
-    Segmenter, Templates, Vocabulary,
+    Segmentation, Segmenter, Templates, Vocabulary,
 };
 
 // As in the sclip binary.
@@ -122,6 +126,14 @@ fn test_image(width: u32, height: u32) -> image::RgbImage {
     image::imageops::resize(&photo, width, height, image::imageops::FilterType::Triangle)
 }
 
+/// How far `mode` is from `exact`: the largest probability difference over every class and pixel, and the
+/// percentage of pixels with the same label.
+fn agreement(exact: &Segmentation, mode: &Segmentation) -> (f32, f64) {
+    let max_diff = exact.probs.iter().zip(&mode.probs).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
+    let same = exact.labels.iter().zip(&mode.labels).filter(|(a, b)| a == b).count();
+    (max_diff, 100.0 * same as f64 / exact.labels.len() as f64)
+}
+
 /// Runs `sclip segment` over `count` JPEGs. Returns the steady rate in images per minute, timed from
 /// the first JSON line to the last so that loading the model does not count, and the peak RSS in MB.
 fn folder_run(model: &Path, count: usize, cache: &Path) -> (f64, f64) {
@@ -202,9 +214,34 @@ fn main() {
         area_threshold: preset.area_threshold,
         ..SegmentOptions::default()
     };
-    let segmenter = Segmenter::new(&clip, classes, options_voc21).unwrap();
+    let segmenter = Segmenter::new(&clip, classes.clone(), options_voc21.clone()).unwrap();
     let per_image = time(options.runs, || segmenter.segment(&image).unwrap());
     eprintln!("per image      {:.3} s", median(&per_image));
+
+    let exact = segmenter.segment(&image).unwrap();
+    // Random weights can map every pixel to one class, which makes label agreement trivially 100 %.
+    let labels_present = exact.labels.iter().collect::<std::collections::BTreeSet<_>>().len();
+    eprintln!("exact labels   {labels_present} distinct classes in the label map");
+    let mut modes = serde_json::Map::new();
+    let mut measure_mode = |name: &str, segmenter: &Segmenter| {
+        let seconds = time(options.runs, || segmenter.segment(&image).unwrap());
+        let (max_prob_diff, label_agreement) = agreement(&exact, &segmenter.segment(&image).unwrap());
+        eprintln!(
+            "{name:<14} {:.3} s, max probability difference {max_prob_diff:.2e}, labels {label_agreement:.2} % the same",
+            median(&seconds)
+        );
+        modes.insert(
+            name.into(),
+            serde_json::json!({"image_s": seconds, "max_prob_diff": max_prob_diff, "label_agreement_pct": label_agreement}),
+        );
+    };
+    let whole_image = SegmentOptions { slide: None, ..options_voc21.clone() };
+    measure_mode("whole image", &Segmenter::new(&clip, classes, whole_image).unwrap());
+    for (name, dtype) in [("f16", DType::F16), ("bf16", DType::BF16)] {
+        let reduced = Clip::load(&ModelFiles::in_dir(&model_dir).unwrap(), &Device::Cpu, dtype).unwrap();
+        let classes = ClassEmbeddings::new(&reduced, vocabulary.clone(), &templates).unwrap();
+        measure_mode(name, &Segmenter::new(&reduced, classes, options_voc21.clone()).unwrap());
+    }
 
     assert!(options.images >= 2, "--images must be at least 2 to time a steady rate");
     let (per_min, peak_rss_mb) = folder_run(&model_dir, options.images, cache_dir.path());
@@ -222,6 +259,8 @@ fn main() {
             "text_warm_s": text_warm,
             "vision_crops_s": vision,
             "image_s": per_image,
+            "modes": modes,
+            "exact_labels_present": labels_present,
             "folder_images": options.images,
             "folder_images_per_min": per_min,
             "peak_rss_mb": peak_rss_mb,
